@@ -1,0 +1,111 @@
+//! The few host calls whose failures the filter must handle itself.
+//!
+//! The SDK's own wrappers for shared data and properties panic on any status
+//! other than Ok, NotFound and CasMismatch, and a panic aborts the whole VM of
+//! an nginx worker. These call the proxy-wasm 0.2.1 imports directly and
+//! return the status instead.
+
+use crate::store::{CounterStore, WriteError};
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_CAS_MISMATCH: u32 = 8;
+
+// The SDK declares the same imports with its own `Status` enum as the result;
+// both are a u32 on the wire.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+}
+
+/// Takes ownership of a buffer the host wrote through the guest's allocator.
+///
+/// # Safety
+/// `data` must be null or come from `proxy_on_memory_allocate` with exactly
+/// `size` bytes, which the SDK's allocator creates as a `Vec` of that
+/// capacity.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: see the function's contract.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Shared data through the raw imports.
+pub struct SharedData;
+
+impl CounterStore for SharedData {
+    fn get(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, u32)>, u32> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: the pointers are valid for writes for the whole call.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status {
+            // SAFETY: on Ok the host allocated `size` bytes with our allocator.
+            STATUS_OK => Ok(Some((unsafe { take_host_buffer(data, size) }, cas))),
+            STATUS_NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8], cas: u32) -> Result<(), WriteError> {
+        // SAFETY: key and value are valid for reads for the whole call.
+        let status = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        };
+        match status {
+            STATUS_OK => Ok(()),
+            STATUS_CAS_MISMATCH => Err(WriteError::CasMismatch),
+            other => Err(WriteError::Failed(other)),
+        }
+    }
+}
+
+/// Returns a property such as `["source", "address"]`, or `None` when the host
+/// has no such property or fails to read it.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let mut encoded = Vec::with_capacity(path.iter().map(|part| part.len() + 1).sum());
+    for part in path {
+        encoded.extend_from_slice(part.as_bytes());
+        encoded.push(0);
+    }
+    // Segments are separated, not terminated, by NUL.
+    encoded.pop();
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the pointers are valid for writes for the whole call.
+    let status =
+        unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) };
+    if status != STATUS_OK {
+        return None;
+    }
+    // SAFETY: on Ok the host allocated `size` bytes with our allocator.
+    let value = unsafe { take_host_buffer(data, size) };
+    Some(value)
+}
