@@ -2,7 +2,11 @@
 # Builds the filter to dist/, or runs one of the project's jobs.
 #
 #   ./build.sh          build dist/sliding_window_rate_limit.wasm and its .meta.json
-#   ./build.sh test     build what the tests need, then run every check CI runs
+#   ./build.sh demo     build everything, then run the model server and the local
+#                       gateway with kong/kong.yml and send traffic through it
+#   ./build.sh test     build what the tests need, then run every check CI runs:
+#                       formatting, clippy for wasm32 and the host, the Rust
+#                       tests, the Pulumi program's tests and the compose file
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,16 +36,66 @@ build_filter() {
     echo "built dist/${FILTER}.wasm (${size} bytes) and dist/${FILTER}.meta.json"
 }
 
+# Installs a Debian package when its command is missing.
+ensure_command() {
+    local command=$1 package=$2
+    command -v "$command" >/dev/null 2>&1 && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: $command not found and apt-get is unavailable; install $package" >&2
+        return 1
+    fi
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing $package (for $command)"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null
+}
+
+step() {
+    echo
+    echo "== $*"
+}
+
+run_checks() {
+    build_filter
+
+    step "cargo fmt --check"
+    cargo fmt --all -- --check
+
+    step "clippy for wasm32-wasip1"
+    cargo clippy --release --target wasm32-wasip1 -p sliding-window-rate-limit -- -D warnings
+
+    step "clippy for the host"
+    cargo clippy --workspace --all-targets -- -D warnings
+
+    step "Rust tests"
+    cargo test --workspace
+
+    step "Pulumi program tests"
+    examples/pulumi/run-tests.sh
+
+    step "docker-compose config"
+    ensure_command docker-compose docker-compose
+    docker-compose -f examples/docker-compose.yml config -q
+    echo "examples/docker-compose.yml is valid"
+}
+
 case "${1:-build}" in
 build)
     build_filter
     ;;
-test)
+demo)
     build_filter
-    echo "TODO: tests"
+    # The dev profile shares its build with the tests; dependencies are
+    # optimized there (see Cargo.toml).
+    cargo build -p model-server -p local-gateway -p demo
+    target/debug/demo
+    ;;
+test)
+    run_checks
     ;;
 *)
-    echo "usage: $0 [build|test]" >&2
+    echo "usage: $0 [build|demo|test]" >&2
     exit 2
     ;;
 esac
