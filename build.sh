@@ -69,6 +69,8 @@ run_checks() {
     cargo clippy --workspace --all-targets -- -D warnings
 
     step "Rust tests"
+    # The end-to-end tests start these two binaries.
+    cargo build -p local-gateway -p model-server
     cargo test --workspace
 
     step "Pulumi program tests"

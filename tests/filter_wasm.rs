@@ -35,8 +35,14 @@ fn limit_reached_then_429_with_headers_and_body() {
     let limited = get_from(&mut worker, "10.0.0.1");
     assert_eq!(limited.status, 429);
     assert!(!limited.reached_upstream);
-    assert_eq!(header(&limited, "Content-Type"), "application/json; charset=utf-8");
-    assert_eq!(limited.body_text(), "{\"message\":\"API rate limit exceeded\"}\n");
+    assert_eq!(
+        header(&limited, "Content-Type"),
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(
+        limited.body_text(),
+        "{\"message\":\"API rate limit exceeded\"}\n"
+    );
     // The next minute starts in 45 s; 20 s into it the previous minute's 3
     // requests weigh 2, so one more fits: 65 s.
     assert_eq!(header(&limited, "Retry-After"), "65");
@@ -153,7 +159,11 @@ fn retry_after_is_honest() {
             let wait: u64 = header(&exchange, "Retry-After").parse().unwrap();
             assert!(wait >= 1);
             node.set_ms(now + wait * 1000);
-            assert_eq!(get_from(&mut worker, "10.0.0.1").status, 200, "retry after {wait} s at {now}");
+            assert_eq!(
+                get_from(&mut worker, "10.0.0.1").status,
+                200,
+                "retry after {wait} s at {now}"
+            );
             now += wait * 1000;
         }
         now += 37;
@@ -181,7 +191,10 @@ fn four_workers_admit_exactly_the_limit() {
                 })
             })
             .collect();
-        let statuses: Vec<u16> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let statuses: Vec<u16> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         admitted += statuses.iter().filter(|s| **s == 200).count();
         let limited = statuses.iter().filter(|s| **s == 429).count();
         assert_eq!(admitted, 50, "{:?}", node.store.semantics());
@@ -193,8 +206,15 @@ fn four_workers_admit_exactly_the_limit() {
 fn kong_and_envoy_semantics_count_alike() {
     for node in [Node::kong(), Node::envoy()] {
         let mut worker = node.worker(r#"{"second": 3}"#);
-        let statuses: Vec<u16> = (0..5).map(|_| get_from(&mut worker, "10.0.0.1").status).collect();
-        assert_eq!(statuses, [200, 200, 200, 429, 429], "{:?}", node.store.semantics());
+        let statuses: Vec<u16> = (0..5)
+            .map(|_| get_from(&mut worker, "10.0.0.1").status)
+            .collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 429, 429],
+            "{:?}",
+            node.store.semantics()
+        );
         let keys = node.store.keys();
         assert_eq!(keys.len(), 1);
         assert!(keys[0].starts_with("rate_limits/swrl:"), "{keys:?}");
@@ -213,9 +233,10 @@ fn competing_write_between_read_and_write_is_retried() {
     let current_at = 10 + 8;
     other[current_at] += 1;
     let hook_key = key.clone();
-    node.store.before_next_write(Box::new(move |store: &SharedStore| {
-        store.put(&hook_key, &other).unwrap();
-    }));
+    node.store
+        .before_next_write(Box::new(move |store: &SharedStore| {
+            store.put(&hook_key, &other).unwrap();
+        }));
     let exchange = get_from(&mut worker, "10.0.0.1");
     // The retry sees the other worker's count: 2 of 2 used, so this one is
     // limited instead of overwriting it.
@@ -271,7 +292,11 @@ fn crc32_collision_keeps_clients_apart() {
     assert_eq!(header(&other, "X-RateLimit-Remaining-Minute"), "1");
     assert_eq!(send(&mut worker, keyed(&second)).status, 200);
     assert_eq!(send(&mut worker, keyed(&second)).status, 429);
-    assert!(node.store.keys().iter().any(|key| key.ends_with("#1")), "{:?}", node.store.keys());
+    assert!(
+        node.store.keys().iter().any(|key| key.ends_with("#1")),
+        "{:?}",
+        node.store.keys()
+    );
     assert_eq!(send(&mut worker, keyed(&first)).status, 429);
 }
 
@@ -282,25 +307,64 @@ fn invalid_configs_name_their_field() {
         ("", "the config is empty"),
         ("not json", "not valid JSON"),
         (r#"{}"#, "no limit configured"),
-        (r#"{"minute": 0}"#, "field `minute`: expected an integer from 1"),
-        (r#"{"minute": "100"}"#, "field `minute`: expected an integer from 1"),
-        (r#"{"second": 10, "minute": 5}"#, "field `minute`: the limit of the 60-second window (5)"),
-        (r#"{"minute": 5, "limit_by": "cookie"}"#, "field `limit_by`: expected one of ip, header"),
-        (r#"{"minute": 5, "limit_by": "header"}"#, "field `header_name`: missing"),
-        (r#"{"minute": 5, "error_code": 200}"#, "field `error_code`: expected an integer from 400 to 599, got 200"),
-        (r#"{"minute": 5, "fault_tolerant": "no"}"#, "field `fault_tolerant`: expected true or false"),
-        (r#"{"minute": 5, "policy": "redis"}"#, "field `policy`: not supported"),
-        (r#"{"minute": 5, "minutes": 5}"#, "field `minutes`: unknown field"),
-        (r#"{"minute": 5, "windows": [{"seconds": 0, "limit": 1}]}"#, "field `windows[0].seconds`"),
-        (r#"{"minute": 5, "tokens": {"minute": 10, "max_cost": 11}}"#, "field `tokens.max_cost`"),
+        (
+            r#"{"minute": 0}"#,
+            "field `minute`: expected an integer from 1",
+        ),
+        (
+            r#"{"minute": "100"}"#,
+            "field `minute`: expected an integer from 1",
+        ),
+        (
+            r#"{"second": 10, "minute": 5}"#,
+            "field `minute`: the limit of the 60-second window (5)",
+        ),
+        (
+            r#"{"minute": 5, "limit_by": "cookie"}"#,
+            "field `limit_by`: expected one of ip, header",
+        ),
+        (
+            r#"{"minute": 5, "limit_by": "header"}"#,
+            "field `header_name`: missing",
+        ),
+        (
+            r#"{"minute": 5, "error_code": 200}"#,
+            "field `error_code`: expected an integer from 400 to 599, got 200",
+        ),
+        (
+            r#"{"minute": 5, "fault_tolerant": "no"}"#,
+            "field `fault_tolerant`: expected true or false",
+        ),
+        (
+            r#"{"minute": 5, "policy": "redis"}"#,
+            "field `policy`: not supported",
+        ),
+        (
+            r#"{"minute": 5, "minutes": 5}"#,
+            "field `minutes`: unknown field",
+        ),
+        (
+            r#"{"minute": 5, "windows": [{"seconds": 0, "limit": 1}]}"#,
+            "field `windows[0].seconds`",
+        ),
+        (
+            r#"{"minute": 5, "tokens": {"minute": 10, "max_cost": 11}}"#,
+            "field `tokens.max_cost`",
+        ),
     ];
     for (config, expected) in cases {
-        let error = node.try_worker(config).err().unwrap_or_else(|| panic!("accepted {config}"));
+        let error = node
+            .try_worker(config)
+            .err()
+            .unwrap_or_else(|| panic!("accepted {config}"));
         let Error::ConfigRejected { log_lines, .. } = &error else {
             panic!("{config}: {error}");
         };
         assert_eq!(log_lines.len(), 1, "{config}: {log_lines:?}");
-        assert!(log_lines[0].contains("sliding_window_rate_limit: invalid config"), "{config}: {log_lines:?}");
+        assert!(
+            log_lines[0].contains("sliding_window_rate_limit: invalid config"),
+            "{config}: {log_lines:?}"
+        );
         assert!(log_lines[0].contains(expected), "{config}: {log_lines:?}");
     }
 }
@@ -310,23 +374,34 @@ fn configure_logs_version_and_summary() {
     let node = Node::kong();
     node.worker(r#"{"second": 100, "minute": 3000}"#);
     let info = node.logs.lines_at(LogLevel::Info);
-    let line = info.iter().find(|l| l.contains("sliding_window_rate_limit 0.")).unwrap();
+    let line = info
+        .iter()
+        .find(|l| l.contains("sliding_window_rate_limit 0."))
+        .unwrap();
     assert!(line.contains("limits 100/1s, 3000/60s by ip"), "{line}");
 }
 
 #[test]
 fn missing_header_falls_back_to_client_ip() {
     let node = Node::kong();
-    let mut worker = node.worker(r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key", "log_level": "debug"}"#);
+    let mut worker = node.worker(
+        r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key", "log_level": "debug"}"#,
+    );
     assert_eq!(get_from(&mut worker, "10.0.0.7").status, 200);
-    assert!(node.logs.contains("no header identifier; counting by client address"));
+    assert!(node
+        .logs
+        .contains("no header identifier; counting by client address"));
     // Same address, still no key: same counter.
     assert_eq!(get_from(&mut worker, "10.0.0.7").status, 429);
     // An empty header counts as missing too.
-    let empty = Request::get("/ml-model/predict").source_address("10.0.0.7").header("X-API-Key", "");
+    let empty = Request::get("/ml-model/predict")
+        .source_address("10.0.0.7")
+        .header("X-API-Key", "");
     assert_eq!(send(&mut worker, empty).status, 429);
     // A key has its own counter, even from the same address.
-    let keyed = Request::get("/ml-model/predict").source_address("10.0.0.7").header("X-API-Key", "k1");
+    let keyed = Request::get("/ml-model/predict")
+        .source_address("10.0.0.7")
+        .header("X-API-Key", "k1");
     assert_eq!(send(&mut worker, keyed).status, 200);
 }
 
@@ -334,8 +409,16 @@ fn missing_header_falls_back_to_client_ip() {
 fn consumer_uses_auth_plugin_headers_then_ip() {
     let node = Node::kong();
     let mut worker = node.worker(r#"{"minute": 1, "limit_by": "consumer"}"#);
-    let consumer = || Request::get("/ml-model").source_address("10.0.0.1").header("X-Consumer-ID", "c-1");
-    let credential = || Request::get("/ml-model").source_address("10.0.0.1").header("X-Credential-Identifier", "cred-1");
+    let consumer = || {
+        Request::get("/ml-model")
+            .source_address("10.0.0.1")
+            .header("X-Consumer-ID", "c-1")
+    };
+    let credential = || {
+        Request::get("/ml-model")
+            .source_address("10.0.0.1")
+            .header("X-Credential-Identifier", "cred-1")
+    };
     assert_eq!(send(&mut worker, consumer()).status, 200);
     assert_eq!(send(&mut worker, consumer()).status, 429);
     assert_eq!(send(&mut worker, credential()).status, 200);
@@ -351,14 +434,18 @@ fn service_route_global_and_path_identifiers() {
     assert_eq!(get_from(&mut by_service, "10.0.0.1").status, 200);
     // Another client of the same service shares the counter.
     assert_eq!(get_from(&mut by_service, "10.0.0.2").status, 429);
-    let other_service = Request::get("/x").source_address("10.0.0.2").service("service-2", "other");
+    let other_service = Request::get("/x")
+        .source_address("10.0.0.2")
+        .service("service-2", "other");
     assert_eq!(send(&mut by_service, other_service).status, 200);
 
     let mut global = node.worker(r#"{"minute": 1, "limit_by": "global", "namespace": "all"}"#);
     assert_eq!(get_from(&mut global, "10.0.0.1").status, 200);
     assert_eq!(get_from(&mut global, "10.0.0.9").status, 429);
 
-    let mut by_path = node.worker(r#"{"minute": 1, "limit_by": "path", "path": "/ml-model/predict", "namespace": "p"}"#);
+    let mut by_path = node.worker(
+        r#"{"minute": 1, "limit_by": "path", "path": "/ml-model/predict", "namespace": "p"}"#,
+    );
     assert_eq!(get_from(&mut by_path, "10.0.0.1").status, 200);
     assert_eq!(get_from(&mut by_path, "10.0.0.2").status, 429);
     // Another path falls back to the client address.
@@ -389,7 +476,8 @@ fn ip_forms_and_ipv6_prefix() {
 #[test]
 fn oversized_and_non_utf8_identifiers() {
     let node = Node::kong();
-    let mut worker = node.worker(r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key"}"#);
+    let mut worker =
+        node.worker(r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key"}"#);
     let big = vec![b'k'; 60_000];
     let mut big_other = big.clone();
     big_other[30_000] = b'j';
@@ -397,9 +485,18 @@ fn oversized_and_non_utf8_identifiers() {
     assert_eq!(send(&mut worker, keyed(big.clone())).status, 200);
     assert_eq!(send(&mut worker, keyed(big)).status, 429);
     assert_eq!(send(&mut worker, keyed(big_other)).status, 200);
-    assert_eq!(send(&mut worker, keyed(b"\xff\xfe\x80".to_vec())).status, 200);
-    assert_eq!(send(&mut worker, keyed(b"\xff\xfe\x80".to_vec())).status, 429);
-    assert_eq!(send(&mut worker, keyed(b"\xff\xfe\x81".to_vec())).status, 200);
+    assert_eq!(
+        send(&mut worker, keyed(b"\xff\xfe\x80".to_vec())).status,
+        200
+    );
+    assert_eq!(
+        send(&mut worker, keyed(b"\xff\xfe\x80".to_vec())).status,
+        429
+    );
+    assert_eq!(
+        send(&mut worker, keyed(b"\xff\xfe\x81".to_vec())).status,
+        200
+    );
     for key in node.store.keys() {
         assert!(key.len() < 160, "{} bytes: {key}", key.len());
     }
@@ -419,14 +516,20 @@ fn store_write_failure_with_fault_tolerant() {
     let warnings = node.logs.lines_at(LogLevel::Warn);
     // Repeats within ten seconds are suppressed.
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("shared data write failed"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("shared data write failed"),
+        "{warnings:?}"
+    );
     assert!(warnings[0].contains("fault_tolerant is on"), "{warnings:?}");
 
     node.set_ms(T0 + 11_000);
     get_from(&mut worker, "10.0.0.1");
     let warnings = node.logs.lines_at(LogLevel::Warn);
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings[1].contains("(4 similar warnings suppressed)"), "{warnings:?}");
+    assert!(
+        warnings[1].contains("(4 similar warnings suppressed)"),
+        "{warnings:?}"
+    );
 
     // Once the store works again, limiting resumes; nothing was counted.
     node.store.fail_writes(false);
@@ -442,8 +545,15 @@ fn store_failure_without_fault_tolerant_answers_500() {
     let exchange = get_from(&mut worker, "10.0.0.1");
     assert_eq!(exchange.status, 500);
     assert!(!exchange.reached_upstream);
-    assert_eq!(exchange.body_text(), "{\"message\":\"An unexpected error occurred\"}\n");
-    assert!(node.logs.lines_at(LogLevel::Error).iter().any(|l| l.contains("shared data read failed")));
+    assert_eq!(
+        exchange.body_text(),
+        "{\"message\":\"An unexpected error occurred\"}\n"
+    );
+    assert!(node
+        .logs
+        .lines_at(LogLevel::Error)
+        .iter()
+        .any(|l| l.contains("shared data read failed")));
 }
 
 #[test]
@@ -472,7 +582,8 @@ fn hidden_headers() {
 fn custom_status_and_message_stay_valid_json() {
     let node = Node::kong();
     let message = "Slow down \"friend\" \\ <b>busy</b>\nretry later";
-    let config = serde_json::json!({"minute": 1, "error_code": 503, "error_message": message}).to_string();
+    let config =
+        serde_json::json!({"minute": 1, "error_code": 503, "error_message": message}).to_string();
     let mut worker = node.worker(&config);
     get_from(&mut worker, "10.0.0.1");
     let limited = get_from(&mut worker, "10.0.0.1");
@@ -507,7 +618,11 @@ fn clock_stepping_back_neither_resets_nor_inflates() {
 fn counters_are_per_route_without_namespace() {
     let node = Node::kong();
     let mut worker = node.worker(r#"{"minute": 1}"#);
-    let on_route = |route: &str| Request::get("/x").source_address("10.0.0.1").route(route, route);
+    let on_route = |route: &str| {
+        Request::get("/x")
+            .source_address("10.0.0.1")
+            .route(route, route)
+    };
     assert_eq!(send(&mut worker, on_route("route-a")).status, 200);
     assert_eq!(send(&mut worker, on_route("route-a")).status, 429);
     assert_eq!(send(&mut worker, on_route("route-b")).status, 200);
@@ -524,23 +639,35 @@ fn upstream_headers_are_replaced_not_duplicated() {
     let node = Node::kong();
     let mut worker = node.worker(r#"{"minute": 5}"#);
     let exchange = worker
-        .run(Request::get("/x"), &mut |_| UpstreamResponse::ok().header("X-RateLimit-Limit-Minute", "999"))
+        .run(Request::get("/x"), &mut |_| {
+            UpstreamResponse::ok().header("X-RateLimit-Limit-Minute", "999")
+        })
         .unwrap();
-    assert_eq!(exchange.header_values("X-RateLimit-Limit-Minute"), vec![b"5".as_slice()]);
+    assert_eq!(
+        exchange.header_values("X-RateLimit-Limit-Minute"),
+        vec![b"5".as_slice()]
+    );
 }
 
 #[test]
 fn missing_filter_names_the_build_command() {
-    let error = local_gateway::FilterModule::load("/nonexistent/sliding_window_rate_limit.wasm").unwrap_err();
+    let error = local_gateway::FilterModule::load("/nonexistent/sliding_window_rate_limit.wasm")
+        .unwrap_err();
     assert!(error.to_string().contains("./build.sh"), "{error}");
 }
 
 #[test]
 fn many_clients_fill_and_evict_a_small_zone() {
-    let node = Node::with_store(SharedStore::kong().with_zone("rate_limits", 100), local_gateway::HostFlavor::Kong);
+    let node = Node::with_store(
+        SharedStore::kong().with_zone("rate_limits", 100),
+        local_gateway::HostFlavor::Kong,
+    );
     let mut worker = node.worker(r#"{"minute": 1}"#);
     for i in 0..300 {
-        assert_eq!(get_from(&mut worker, &format!("10.1.{}.{}", i / 250, i % 250)).status, 200);
+        assert_eq!(
+            get_from(&mut worker, &format!("10.1.{}.{}", i / 250, i % 250)).status,
+            200
+        );
     }
     assert_eq!(node.store.zone_len("rate_limits"), Some(100));
     assert_eq!(node.store.stats().evictions, 200);

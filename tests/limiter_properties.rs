@@ -11,9 +11,30 @@ fn arrivals() -> impl Strategy<Value = Vec<(u64, u64)>> {
 
 fn windows() -> impl Strategy<Value = Vec<Window>> {
     prop::sample::select(vec![
-        vec![Window { length_ms: 1000, limit: 5 }],
-        vec![Window { length_ms: 1000, limit: 7 }, Window { length_ms: 5000, limit: 20 }],
-        vec![Window { length_ms: 250, limit: 3 }, Window { length_ms: 3000, limit: 10 }],
+        vec![Window {
+            length_ms: 1000,
+            limit: 5,
+        }],
+        vec![
+            Window {
+                length_ms: 1000,
+                limit: 7,
+            },
+            Window {
+                length_ms: 5000,
+                limit: 20,
+            },
+        ],
+        vec![
+            Window {
+                length_ms: 250,
+                limit: 3,
+            },
+            Window {
+                length_ms: 3000,
+                limit: 10,
+            },
+        ],
     ])
 }
 

@@ -10,7 +10,10 @@ use local_gateway::Error;
 use serde_json::{json, Value};
 
 fn schema() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/kong/sliding_window_rate_limit.meta.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/kong/sliding_window_rate_limit.meta.json"
+    );
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     meta["config_schema"].clone()
 }
@@ -155,7 +158,9 @@ fn schema_and_filter_agree_on_every_row() {
             let by_schema = schema_accepts(&validator, &config);
             let by_filter = filter_accepts(&node, &config);
             if by_schema != expected || by_filter != expected {
-                disagreements.push(format!("{config}: schema {by_schema}, filter {by_filter}, expected {expected}"));
+                disagreements.push(format!(
+                    "{config}: schema {by_schema}, filter {by_filter}, expected {expected}"
+                ));
             }
         }
     }
@@ -167,7 +172,10 @@ fn cross_field_rules_are_the_filter_s_alone() {
     let validator = jsonschema::draft4::new(&schema()).unwrap();
     let node = Node::kong();
     for config in parser_only_rows() {
-        assert!(schema_accepts(&validator, &config), "schema rejects {config}");
+        assert!(
+            schema_accepts(&validator, &config),
+            "schema rejects {config}"
+        );
         assert!(!filter_accepts(&node, &config), "filter accepts {config}");
     }
 }
@@ -179,7 +187,9 @@ fn schema_declares_draft_4_and_no_extra_fields() {
     assert_eq!(schema["additionalProperties"], false);
     // Every default has the type of its field.
     for (name, field) in schema["properties"].as_object().unwrap() {
-        let Some(default) = field.get("default") else { continue };
+        let Some(default) = field.get("default") else {
+            continue;
+        };
         let types: Vec<&str> = match &field["type"] {
             Value::String(t) => vec![t.as_str()],
             Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
@@ -191,6 +201,9 @@ fn schema_declares_draft_4_and_no_extra_fields() {
             Value::String(_) => "string",
             other => panic!("{name}: default {other}"),
         };
-        assert!(types.contains(&actual), "{name}: default {default} is not {types:?}");
+        assert!(
+            types.contains(&actual),
+            "{name}: default {default} is not {types:?}"
+        );
     }
 }

@@ -60,7 +60,8 @@ impl Node {
     }
 
     pub fn worker(&self, config: &str) -> Worker {
-        self.try_worker(config).unwrap_or_else(|error| panic!("{error}"))
+        self.try_worker(config)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     pub fn set_ms(&self, ms: u64) {
@@ -77,7 +78,9 @@ pub fn model_answer(_: &UpstreamRequest) -> UpstreamResponse {
 
 /// Sends `request` through `worker` to an upstream that answers 200.
 pub fn send(worker: &mut Worker, request: Request) -> Exchange {
-    worker.run(request, &mut model_answer).unwrap_or_else(|error| panic!("{error}"))
+    worker
+        .run(request, &mut model_answer)
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Sends a GET from the client address `ip`.
@@ -100,6 +103,10 @@ pub fn rate_limit_header_names(exchange: &Exchange) -> Vec<String> {
         .headers
         .iter()
         .map(|(name, _)| name.to_ascii_lowercase())
-        .filter(|name| name.starts_with("x-ratelimit") || name.starts_with("ratelimit") || name == "retry-after")
+        .filter(|name| {
+            name.starts_with("x-ratelimit")
+                || name.starts_with("ratelimit")
+                || name == "retry-after"
+        })
         .collect()
 }
