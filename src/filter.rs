@@ -132,14 +132,14 @@ impl RootContext for RateLimitRoot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Start,
-    /// Waiting for the request body, which holds the cost or the model.
+    /// Waiting for the request body, which contains the cost or the model.
     AwaitingBody,
     Decided,
-    /// The filter answered the request itself.
+    /// The filter sent its own response.
     Responded,
 }
 
-/// Who the request counts against.
+/// The client a request counts against.
 struct Client {
     /// Kind and value, such as `ip=10.0.0.1`, already escaped for the key.
     identifier: Vec<u8>,
@@ -147,7 +147,7 @@ struct Client {
     plan_member: Option<String>,
 }
 
-/// How the real usage is read from the response.
+/// The reader of the real usage in a response.
 enum UsageReader {
     Json(Vec<u8>),
     Stream(EventStreamUsage),
@@ -497,7 +497,7 @@ impl HttpContext for RateLimitRequest {
         }
         self.client = Some(self.identify(&config));
         // Kong's engine passes end_of_stream = false here even without a
-        // body, so the request headers say whether one follows.
+        // body, so the request headers tell whether one follows.
         if config.needs_body() && Self::request_has_body() {
             self.stage = Stage::AwaitingBody;
             return Action::Continue;

@@ -56,8 +56,8 @@ pub enum Decision {
     },
 }
 
-/// Where a request's cost was counted, so that a later settlement can adjust
-/// the same aligned window.
+/// The aligned windows a request's cost was counted in, so that a later
+/// settlement can adjust the same ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The aligned window index each window counted the cost in.
@@ -220,7 +220,7 @@ pub fn check(
 
 /// Applies the difference between a reservation and the real cost.
 ///
-/// `deltas` holds one change per window: a positive one charges more, a
+/// `deltas` has one change per window: a positive one charges more, a
 /// negative one refunds. The change goes
 /// to the aligned window the reservation was counted in while that window is
 /// still the current or the previous one; an older reservation has already

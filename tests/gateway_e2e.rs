@@ -316,7 +316,7 @@ fn budget_comes_back_as_the_window_slides() {
 }
 
 #[test]
-fn token_budget_is_spent_and_settled_through_the_model() {
+fn token_budget_settles_through_model() {
     let config = config_with(
         r#"{"minute": 100, "limit_by": "header", "header_name": "X-API-Key", "tokens": {"minute": 300, "usage_pointer": "/usage/total_tokens"}}"#,
     );

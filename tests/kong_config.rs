@@ -179,7 +179,7 @@ fn kong_yml_is_a_valid_declarative_config() {
 }
 
 #[test]
-fn every_filter_names_a_built_wasm_with_its_schema() {
+fn filters_have_built_wasm_and_schema() {
     let config = load_yaml(&repository().join("kong/kong.yml"));
     for chain in chains_of(&config) {
         for filter in items(chain.chain, "filters") {
