@@ -357,11 +357,17 @@ impl RateLimitRequest {
             Ok(checked) => checked,
             Err(fault) => return self.on_store_fault(config, &fault, now),
         };
+        // The key contains the identifier, which can be an API key, so only its
+        // fingerprint is logged.
         log::debug!(
-            "{FILTER_NAME}: context {}: {} {} (cost {} request(s), {token_cost} token(s), {} CAS retries)",
+            "{FILTER_NAME}: context {}: counter {fingerprint:016x} ({}) {} (cost {} request(s), {token_cost} token(s), {} CAS retries)",
             self.context_id,
-            String::from_utf8_lossy(&checked.slot),
-            if matches!(checked.decision, Decision::Admitted { .. }) { "admitted" } else { "limited" },
+            config.limit_by.name(),
+            if matches!(checked.decision, Decision::Admitted { .. }) {
+                "admitted"
+            } else {
+                "limited"
+            },
             config.cost,
             checked.retries
         );
