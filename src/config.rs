@@ -148,7 +148,7 @@ impl LimitBy {
     }
 }
 
-/// A window with the name used in its headers.
+/// A window with the names of its headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedWindow {
     /// Header suffix: `Second`, `Minute`, `Hour`, `Day`, or the length in
@@ -156,6 +156,24 @@ pub struct NamedWindow {
     pub label: String,
     /// Length and limit.
     pub window: Window,
+    /// `X-RateLimit-Limit-<label>`, with `Tokens-` before the label for a
+    /// token window.
+    pub limit_header: String,
+    /// `X-RateLimit-Remaining-<label>`, likewise.
+    pub remaining_header: String,
+}
+
+impl NamedWindow {
+    /// Names a request window (`tokens` false) or a token window.
+    pub fn new(label: &str, window: Window, tokens: bool) -> NamedWindow {
+        let kind = if tokens { "Tokens-" } else { "" };
+        NamedWindow {
+            label: label.to_string(),
+            window,
+            limit_header: format!("X-RateLimit-Limit-{kind}{label}"),
+            remaining_header: format!("X-RateLimit-Remaining-{kind}{label}"),
+        }
+    }
 }
 
 /// Where a request's token cost comes from.
@@ -192,16 +210,31 @@ pub struct Limits {
     pub windows: Vec<NamedWindow>,
     /// Token windows, shortest first; empty without `tokens`.
     pub token_windows: Vec<NamedWindow>,
+    /// Every window, request windows first, as the counter stores them.
+    pub counter_windows: Vec<Window>,
+    /// Hash of the plan name and the window lengths, part of every key, so
+    /// a changed window set or another plan starts new counters.
+    pub layout: u64,
 }
 
 impl Limits {
-    /// Returns every window, request windows first, as the counter stores them.
-    pub fn all_windows(&self) -> Vec<Window> {
-        self.windows
+    /// Builds the limits of plan `plan` (empty for the top-level limits).
+    pub fn new(plan: &str, windows: Vec<NamedWindow>, token_windows: Vec<NamedWindow>) -> Limits {
+        let counter_windows: Vec<Window> = windows
             .iter()
-            .chain(&self.token_windows)
+            .chain(&token_windows)
             .map(|named| named.window)
-            .collect()
+            .collect();
+        let mut layout = plan.as_bytes().to_vec();
+        for window in &counter_windows {
+            layout.extend_from_slice(&window.length_ms.to_le_bytes());
+        }
+        Limits {
+            windows,
+            token_windows,
+            counter_windows,
+            layout: crate::key::hash64(&layout),
+        }
     }
 }
 
@@ -453,17 +486,19 @@ fn is_namespace_char(c: char) -> bool {
 const WINDOW_FIELDS: [&str; 5] = ["second", "minute", "hour", "day", "windows"];
 
 /// Reads `second`, `minute`, `hour`, `day` and `windows` from `fields`.
-fn read_windows(fields: &Fields<'_>, required: bool) -> Result<Vec<NamedWindow>, ConfigError> {
+fn read_windows(
+    fields: &Fields<'_>,
+    required: bool,
+    tokens: bool,
+) -> Result<Vec<NamedWindow>, ConfigError> {
     let mut windows = Vec::new();
     for (field, label, seconds) in NAMED_WINDOWS {
         if let Some(limit) = fields.integer(field, 1, u64::MAX)? {
-            windows.push(NamedWindow {
-                label: label.to_string(),
-                window: Window {
-                    length_ms: seconds * 1000,
-                    limit,
-                },
-            });
+            let window = Window {
+                length_ms: seconds * 1000,
+                limit,
+            };
+            windows.push(NamedWindow::new(label, window, tokens));
         }
     }
     if let Some(value) = fields.get("windows") {
@@ -498,13 +533,11 @@ fn read_windows(fields: &Fields<'_>, required: bool) -> Result<Vec<NamedWindow>,
                     "missing; give the most requests the window admits",
                 ));
             };
-            windows.push(NamedWindow {
-                label: seconds.to_string(),
-                window: Window {
-                    length_ms: seconds * 1000,
-                    limit,
-                },
-            });
+            let window = Window {
+                length_ms: seconds * 1000,
+                limit,
+            };
+            windows.push(NamedWindow::new(&seconds.to_string(), window, tokens));
         }
     }
     if windows.is_empty() {
@@ -572,7 +605,7 @@ fn read_tokens(value: &Value) -> Result<TokenConfig, ConfigError> {
     let mut known = TOKEN_FIELDS.to_vec();
     known.push("usage_pointer");
     fields.reject_unknown(&known)?;
-    let windows = read_windows(&fields, true)?;
+    let windows = read_windows(&fields, true, true)?;
     let smallest = windows.iter().map(|w| w.window.limit).min().unwrap_or(1);
     // Both are checked whatever the source, as the schema does.
     let body_pointer = fields.pointer("body_pointer")?;
@@ -624,6 +657,7 @@ fn read_tokens(value: &Value) -> Result<TokenConfig, ConfigError> {
 }
 
 fn read_plan_limits(
+    plan: &str,
     value: &Value,
     path: &str,
     tokens: Option<&TokenConfig>,
@@ -632,7 +666,7 @@ fn read_plan_limits(
     let mut known = WINDOW_FIELDS.to_vec();
     known.push("tokens");
     fields.reject_unknown(&known)?;
-    let windows = read_windows(&fields, true)?;
+    let windows = read_windows(&fields, true, false)?;
     let token_windows = match (fields.get("tokens"), tokens) {
         (None, None) => Vec::new(),
         (Some(_), None) => {
@@ -645,7 +679,7 @@ fn read_plan_limits(
         (Some(value), Some(tokens)) => {
             let token_fields = Fields::new(value, &fields.name("tokens"))?;
             token_fields.reject_unknown(&WINDOW_FIELDS)?;
-            let windows = read_windows(&token_fields, true)?;
+            let windows = read_windows(&token_fields, true, true)?;
             let smallest = windows.iter().map(|w| w.window.limit).min().unwrap_or(1);
             if tokens.max_cost > smallest {
                 return Err(error(
@@ -656,10 +690,7 @@ fn read_plan_limits(
             windows
         }
     };
-    Ok(Limits {
-        windows,
-        token_windows,
-    })
+    Ok(Limits::new(plan, windows, token_windows))
 }
 
 fn read_plans(
@@ -693,7 +724,7 @@ fn read_plans(
                 "a plan name has 1 to 64 letters, digits, '_', '-' or '.'",
             ));
         }
-        let plan_limits = read_plan_limits(plan, &path, tokens)?;
+        let plan_limits = read_plan_limits(name, plan, &path, tokens)?;
         if let Some(window) = plan_limits
             .windows
             .iter()
@@ -778,7 +809,7 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     let fields = Fields::new(&value, "")?;
     fields.reject_unknown(&TOP_FIELDS)?;
 
-    let windows = read_windows(&fields, true)?;
+    let windows = read_windows(&fields, true, false)?;
 
     // Both are checked whatever `limit_by` is, as the schema does.
     let header_name = fields.header_name("header_name")?;
@@ -892,10 +923,7 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     };
 
     Ok(FilterConfig {
-        limits: Limits {
-            windows,
-            token_windows,
-        },
+        limits: Limits::new("", windows, token_windows),
         cost,
         limit_by,
         ipv6_prefix_length: fields
@@ -1099,6 +1127,6 @@ mod tests {
         let plans = config.plans.as_ref().unwrap();
         assert_eq!(plans.header_name.as_deref(), Some("x-consumer-username"));
         assert_eq!(plans.limits["pro"].token_windows[0].window.limit, 200_000);
-        assert_eq!(config.limits.all_windows().len(), 2);
+        assert_eq!(config.limits.counter_windows.len(), 2);
     }
 }

@@ -308,16 +308,15 @@ impl RateLimitRequest {
             return Action::Continue;
         };
 
-        let (plan_name, limits): (&str, &Limits) = config
+        let limits: &Limits = config
             .plans
             .as_ref()
             .and_then(|plans| {
                 let member = client.plan_member.as_ref()?;
-                let name = plans.members.get(member)?;
-                plans.limits.get(name).map(|limits| (name.as_str(), limits))
+                plans.limits.get(plans.members.get(member)?)
             })
-            .unwrap_or(("", &config.limits));
-        let windows = limits.all_windows();
+            .unwrap_or(&config.limits);
+        let windows = &limits.counter_windows;
 
         let token_cost = Self::token_cost(config, body);
         let costs: Vec<u64> = limits
@@ -327,12 +326,8 @@ impl RateLimitRequest {
             .chain(limits.token_windows.iter().map(|_| token_cost))
             .collect();
 
-        let mut layout = plan_name.as_bytes().to_vec();
-        for window in &windows {
-            layout.extend_from_slice(&window.length_ms.to_le_bytes());
-        }
         let mut counter_key =
-            format!("{}/swrl:{:016x}:", config.shm_zone, key::hash64(&layout)).into_bytes();
+            format!("{}/swrl:{:016x}:", config.shm_zone, limits.layout).into_bytes();
         counter_key.extend_from_slice(&Self::scope(config));
         counter_key.push(b':');
         counter_key.extend_from_slice(&client.identifier);
@@ -350,7 +345,7 @@ impl RateLimitRequest {
             &mut SharedData,
             &counter_key,
             fingerprint,
-            &windows,
+            windows,
             now,
             &costs,
         ) {
@@ -391,7 +386,7 @@ impl RateLimitRequest {
             self.settlement = Some(Settlement {
                 slot: checked.slot,
                 fingerprint,
-                windows,
+                windows: windows.clone(),
                 request_windows: limits.windows.len(),
                 reservation: checked.reservation,
                 reserved: token_cost,

@@ -28,28 +28,17 @@ fn most_restrictive(usage: &[WindowUsage]) -> usize {
 ///
 /// `limits` gives the header names: `X-RateLimit-*-<Window>` for request
 /// windows and `X-RateLimit-*-Tokens-<Window>` for token windows. The windows
-/// must be in the order the counter stores them (see [`Limits::all_windows`]).
+/// must be in the order the counter stores them (`Limits::counter_windows`).
 pub fn rate_limit_headers(limits: &Limits, decision: &Decision) -> Vec<(String, String)> {
     let usage = match decision {
         Decision::Admitted { usage } | Decision::Limited { usage, .. } => usage,
     };
-    let labels = limits.windows.iter().map(|w| (w.label.as_str(), "")).chain(
-        limits
-            .token_windows
-            .iter()
-            .map(|w| (w.label.as_str(), "Tokens-")),
-    );
+    let names = limits.windows.iter().chain(&limits.token_windows);
 
     let mut headers = Vec::with_capacity(usage.len() * 2 + 4);
-    for ((label, kind), window) in labels.zip(usage) {
-        headers.push((
-            format!("X-RateLimit-Limit-{kind}{label}"),
-            window.limit.to_string(),
-        ));
-        headers.push((
-            format!("X-RateLimit-Remaining-{kind}{label}"),
-            window.remaining.to_string(),
-        ));
+    for (named, window) in names.zip(usage) {
+        headers.push((named.limit_header.clone(), window.limit.to_string()));
+        headers.push((named.remaining_header.clone(), window.remaining.to_string()));
     }
 
     let (chosen, reset) = match decision {
@@ -59,7 +48,7 @@ pub fn rate_limit_headers(limits: &Limits, decision: &Decision) -> Vec<(String, 
             ..
         } => {
             let length_ms = limits
-                .all_windows()
+                .counter_windows
                 .get(*blocking)
                 .map_or(1000, |w| w.length_ms);
             // A cost above the limit never fits; config validation prevents
@@ -103,31 +92,15 @@ mod tests {
     use crate::limiter::Window;
 
     fn limits() -> Limits {
-        Limits {
-            windows: vec![
-                NamedWindow {
-                    label: "Second".to_string(),
-                    window: Window {
-                        length_ms: 1000,
-                        limit: 10,
-                    },
-                },
-                NamedWindow {
-                    label: "Minute".to_string(),
-                    window: Window {
-                        length_ms: 60_000,
-                        limit: 100,
-                    },
-                },
+        let window = |length_ms, limit| Window { length_ms, limit };
+        Limits::new(
+            "",
+            vec![
+                NamedWindow::new("Second", window(1000, 10), false),
+                NamedWindow::new("Minute", window(60_000, 100), false),
             ],
-            token_windows: vec![NamedWindow {
-                label: "Minute".to_string(),
-                window: Window {
-                    length_ms: 60_000,
-                    limit: 5000,
-                },
-            }],
-        }
+            vec![NamedWindow::new("Minute", window(60_000, 5000), true)],
+        )
     }
 
     fn usage(limit: u64, remaining: u64, window_end_ms: u64) -> WindowUsage {

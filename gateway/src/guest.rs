@@ -59,6 +59,14 @@ pub use logs::{level_name, LogCapture, LogLine};
 
 use stream::HttpStream;
 
+/// Longest one guest callback may run before it is stopped.
+///
+/// The host measures it in wall-clock time, so on a loaded machine (parallel
+/// tests on two cores) it includes time the guest spent waiting for a
+/// processor. The bound stops a runaway filter without failing a slow but
+/// healthy one.
+const GUEST_CALL_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The proxy whose host behaviour a worker emulates.
 ///
 /// The store's semantics are chosen separately, with [`SharedStore::kong`] or
@@ -365,7 +373,8 @@ impl Worker {
             source,
             log_lines: Vec::new(),
         };
-        let spec = GuestSpec::new(&module.host, &module.module, services, &Limits::default())
+        let limits = Limits::default().with_cpu_time(GUEST_CALL_TIME_LIMIT);
+        let spec = GuestSpec::new(&module.host, &module.module, services, &limits)
             .map_err(guest_error)?;
         let (guest, root) = Self::start_guest(&spec, &options)?;
         Ok(Self {
