@@ -146,14 +146,17 @@ fn spawn(binary: &Path, arguments: &[String], log: &Path) -> Result<Child, Strin
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
-/// Returns (status, headers, body) of a request through the gateway.
+/// The status, headers and body of one response.
+type Reply = (u16, Vec<(String, String)>, String);
+
+/// Sends a request through the gateway and returns its response.
 fn send(
     agent: &ureq::Agent,
     gateway: &str,
     path: &str,
     key: Option<&str>,
     body: Option<&serde_json::Value>,
-) -> Result<(u16, Vec<(String, String)>, String), String> {
+) -> Result<Reply, String> {
     let url = format!("{gateway}{path}");
     let request = match body {
         Some(_) => agent.post(&url),
