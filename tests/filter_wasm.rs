@@ -680,14 +680,21 @@ fn many_clients_fill_and_evict_a_small_zone() {
 #[test]
 fn debug_logs_leave_out_identifier_values() {
     let node = Node::kong();
-    let config = r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key", "log_level": "debug"}"#;
+    let config =
+        r#"{"minute": 1, "limit_by": "header", "header_name": "X-API-Key", "log_level": "debug"}"#;
     let mut worker = node.worker(config);
     let keyed = || Request::get("/ml-model").header("X-API-Key", "sk-secret-4242");
     assert_eq!(send(&mut worker, keyed()).status, 200);
     assert_eq!(send(&mut worker, keyed()).status, 429);
     let debug = node.logs.lines_at(LogLevel::Debug);
-    assert!(debug.iter().any(|l| l.contains("(header) admitted")), "{debug:?}");
-    assert!(debug.iter().any(|l| l.contains("(header) limited")), "{debug:?}");
+    assert!(
+        debug.iter().any(|l| l.contains("(header) admitted")),
+        "{debug:?}"
+    );
+    assert!(
+        debug.iter().any(|l| l.contains("(header) limited")),
+        "{debug:?}"
+    );
     for (_, line) in node.logs.lines() {
         assert!(!line.contains("sk-secret-4242"), "{line}");
     }

@@ -374,8 +374,8 @@ impl Worker {
             log_lines: Vec::new(),
         };
         let limits = Limits::default().with_cpu_time(GUEST_CALL_TIME_LIMIT);
-        let spec = GuestSpec::new(&module.host, &module.module, services, &limits)
-            .map_err(guest_error)?;
+        let spec =
+            GuestSpec::new(&module.host, &module.module, services, &limits).map_err(guest_error)?;
         let (guest, root) = Self::start_guest(&spec, &options)?;
         Ok(Self {
             guest,
