@@ -7,6 +7,8 @@
 #   ./build.sh test     build what the tests need, then run every check CI runs:
 #                       formatting, clippy for wasm32 and the host, the Rust
 #                       tests, the Pulumi program's tests and the compose file
+#   ./build.sh bench    build in release mode and run the benchmarks (see
+#                       BENCHMARKS.md); extra arguments go to bench-runner
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -63,7 +65,8 @@ run_checks() {
     cargo fmt --all -- --check
 
     step "clippy for wasm32-wasip1"
-    cargo clippy --release --target wasm32-wasip1 -p sliding-window-rate-limit -- -D warnings
+    cargo clippy --release --target wasm32-wasip1 -p sliding-window-rate-limit \
+        -p bench-fixture-noop -p bench-fixture-floor -- -D warnings
 
     step "clippy for the host"
     cargo clippy --workspace --all-targets -- -D warnings
@@ -96,8 +99,19 @@ demo)
 test)
     run_checks
     ;;
+bench)
+    # Builds the filter, the fixture modules and the runner in release mode,
+    # then runs the benchmark; extra arguments go to bench-runner (sections,
+    # --quick). The report also goes to target/bench/latest.txt.
+    build_filter
+    cargo build --release --target wasm32-wasip1 -p bench-fixture-noop -p bench-fixture-floor
+    cargo build --release -p bench-runner -p local-gateway -p model-server
+    ensure_command wrk wrk || echo "wrk is unavailable; bench-runner uses its own load generator"
+    mkdir -p target/bench
+    target/release/bench-runner "${@:2}" | tee target/bench/latest.txt
+    ;;
 *)
-    echo "usage: $0 [build|demo|test]" >&2
+    echo "usage: $0 [build|demo|test|bench]" >&2
     exit 2
     ;;
 esac
