@@ -118,6 +118,7 @@ impl RootContext for RateLimitRoot {
             config: self.config.clone(),
             warnings: Rc::clone(&self.warnings),
             stage: Stage::Start,
+            forwarded: false,
             client: None,
             response_headers: Vec::new(),
             settlement: None,
@@ -170,6 +171,9 @@ struct RateLimitRequest {
     config: Option<Rc<FilterConfig>>,
     warnings: Rc<RefCell<Warnings>>,
     stage: Stage,
+    /// Whether the host forwarded the request before the filter decided, so
+    /// the filter can no longer answer it.
+    forwarded: bool,
     client: Option<Client>,
     response_headers: Vec<(String, String)>,
     settlement: Option<Settlement>,
@@ -374,6 +378,13 @@ impl RateLimitRequest {
         };
 
         if matches!(checked.decision, Decision::Limited { .. }) {
+            if self.forwarded {
+                log::debug!(
+                    "{FILTER_NAME}: context {}: over the limit, but the request was already forwarded; it was not counted",
+                    self.context_id
+                );
+                return Action::Continue;
+            }
             return self.respond(config.error_code, &config.error_message, rate_headers);
         }
 
@@ -404,6 +415,13 @@ impl RateLimitRequest {
             );
             return Action::Continue;
         }
+        if self.forwarded {
+            log::error!(
+                "{FILTER_NAME}: context {}: {fault}; the request was already forwarded, so it passes",
+                self.context_id
+            );
+            return Action::Continue;
+        }
         log::error!(
             "{FILTER_NAME}: context {}: {fault}; answering 500 because fault_tolerant is off",
             self.context_id
@@ -412,7 +430,6 @@ impl RateLimitRequest {
     }
 
     fn respond(&mut self, status: u16, message: &str, extra: Vec<(String, String)>) -> Action {
-        self.stage = Stage::Responded;
         let body = headers::message_body(message);
         let mut pairs: Vec<(&str, &str)> =
             vec![("Content-Type", "application/json; charset=utf-8")];
@@ -421,13 +438,14 @@ impl RateLimitRequest {
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_str())),
         );
-        if let Err(status) = hostcalls::send_http_response(u32::from(status), pairs, Some(&body)) {
+        if let Err(status) = host::send_local_response(status, &pairs, &body) {
             log::error!(
-                "{FILTER_NAME}: context {}: sending the local response failed: {status:?}",
+                "{FILTER_NAME}: context {}: sending the local response failed with status {status}; the request continues",
                 self.context_id
             );
             return Action::Continue;
         }
+        self.stage = Stage::Responded;
         Action::Pause
     }
 
@@ -545,9 +563,8 @@ impl HttpContext for RateLimitRequest {
                 if self.client.is_none() {
                     self.client = Some(self.identify(&config));
                 }
-                if self.decide(&config, None) == Action::Pause {
-                    return Action::Continue;
-                }
+                self.forwarded = true;
+                self.decide(&config, None);
             }
             Stage::Decided => {}
         }

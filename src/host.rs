@@ -1,9 +1,9 @@
 //! The few host calls whose failures the filter must handle itself.
 //!
-//! The SDK's own wrappers for shared data and properties panic on any status
-//! other than Ok, NotFound and CasMismatch, and a panic aborts the whole VM of
-//! an nginx worker. These call the proxy-wasm 0.2.1 imports directly and
-//! return the status instead.
+//! The SDK's own wrappers for shared data, properties and local responses
+//! panic on any status other than Ok, NotFound and CasMismatch, and a panic
+//! aborts the whole VM of an nginx worker. These call the proxy-wasm 0.2.1
+//! imports directly and return the status instead.
 
 use crate::store::{CounterStore, WriteError};
 
@@ -37,6 +37,17 @@ extern "C" {
         path_size: usize,
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
+    ) -> u32;
+
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
     ) -> u32;
 }
 
@@ -108,4 +119,51 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     // SAFETY: on Ok the host allocated `size` bytes with our allocator.
     let value = unsafe { take_host_buffer(data, size) };
     Some(value)
+}
+
+/// Encodes header pairs in the proxy-wasm map format: the pair count, each
+/// name and value length (all u32, little-endian), then each name and value
+/// followed by a NUL byte.
+fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 10)
+        .sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    let length = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    bytes.extend_from_slice(&length(pairs.len()));
+    for (name, value) in pairs {
+        bytes.extend_from_slice(&length(name.len()));
+        bytes.extend_from_slice(&length(value.len()));
+    }
+    for (name, value) in pairs {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// Answers the request with `status`, `headers` and `body` instead of
+/// forwarding it, returning the host's status when it refuses.
+pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), u32> {
+    let pairs = encode_pairs(headers);
+    // SAFETY: every pointer is valid for reads of its length for the call.
+    let result = unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            pairs.as_ptr(),
+            pairs.len(),
+            -1,
+        )
+    };
+    match result {
+        STATUS_OK => Ok(()),
+        other => Err(other),
+    }
 }

@@ -445,3 +445,23 @@ fn four_workers_never_exceed_with_honest_estimates() {
     let used: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(used <= 1000, "{used} tokens used of 1000");
 }
+
+/// A host that forwards a request without delivering the body it announced
+/// leaves the filter to count it in the response phase, too late to refuse.
+#[test]
+fn announced_body_never_delivered_is_counted_late() {
+    let node = Node::kong();
+    let config = r#"{"minute": 1, "per_model": true, "log_level": "debug"}"#;
+    let mut worker = node.worker(config);
+    let announced = || Request::post("/llm").header("content-length", "20");
+    let first = run(&mut worker, announced(), UpstreamResponse::ok());
+    assert_eq!(first.status, 200);
+    assert_eq!(header(&first, "X-RateLimit-Remaining-Minute"), "0");
+    let second = run(&mut worker, announced(), UpstreamResponse::ok());
+    assert_eq!(second.status, 200);
+    assert!(second.reached_upstream);
+    assert_eq!(second.header("X-RateLimit-Remaining-Minute"), None);
+    assert!(node
+        .logs
+        .contains("over the limit, but the request was already forwarded"));
+}
