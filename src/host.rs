@@ -145,8 +145,8 @@ fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     bytes
 }
 
-/// Answers the request with `status`, `headers` and `body` instead of
-/// forwarding it, returning the host's status when it refuses.
+/// Sends a local response with `status`, `headers` and `body` instead of
+/// forwarding the request; an error carries the status the host returned.
 pub fn send_local_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), u32> {
     let pairs = encode_pairs(headers);
     // SAFETY: every pointer is valid for reads of its length for the call.
