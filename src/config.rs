@@ -387,13 +387,17 @@ impl<'a> Fields<'a> {
         let number = value.as_u64().filter(|n| (min..=max).contains(n));
         match number {
             Some(n) => Ok(Some(n)),
-            None => Err(error(
-                &self.name(field),
-                format!(
-                    "expected an integer from {min} to {max}, got {}",
-                    shown(value)
-                ),
-            )),
+            None => {
+                let expected = if max == u64::MAX {
+                    format!("an integer of at least {min}")
+                } else {
+                    format!("an integer from {min} to {max}")
+                };
+                Err(error(
+                    &self.name(field),
+                    format!("expected {expected}, got {}", shown(value)),
+                ))
+            }
         }
     }
 
@@ -1087,7 +1091,10 @@ mod tests {
     #[test]
     fn error_message_shows_value_and_fix() {
         let message = parse_str(r#"{"minute": "10"}"#).unwrap_err().to_string();
-        assert_eq!(message, "invalid config: field `minute`: expected an integer from 1 to 18446744073709551615, got \"10\"");
+        assert_eq!(
+            message,
+            "invalid config: field `minute`: expected an integer of at least 1, got \"10\""
+        );
         let message = parse_str(r#"{"minute": 10, "policy": "redis"}"#)
             .unwrap_err()
             .to_string();

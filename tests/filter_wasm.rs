@@ -309,11 +309,11 @@ fn invalid_configs_name_their_field() {
         (r#"{}"#, "no limit configured"),
         (
             r#"{"minute": 0}"#,
-            "field `minute`: expected an integer from 1",
+            "field `minute`: expected an integer of at least 1, got",
         ),
         (
             r#"{"minute": "100"}"#,
-            "field `minute`: expected an integer from 1",
+            "field `minute`: expected an integer of at least 1, got",
         ),
         (
             r#"{"second": 10, "minute": 5}"#,

@@ -254,6 +254,10 @@ fn print_rate_table(clients: &[Client], results: &[Vec<Outcome>]) {
     for client in clients {
         println!("  {:>10}: {}", client.name, client.description);
     }
+    println!();
+    println!("Rows count seconds from the start of the demo, not the filter's aligned");
+    println!("windows, so one row can hold parts of two windows and a little more than");
+    println!("the per-second limit; see Limitations in README.md.");
     let others: usize = results
         .iter()
         .flatten()
@@ -345,6 +349,7 @@ fn token_demo(gateway: &str) -> Result<(), String> {
 fn run(root: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the demo binary: {e}"))?;
     let bin = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let logs = root.join("target").join("demo");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
 
@@ -392,6 +397,9 @@ fn run(root: &Path) -> Result<(), String> {
             "2".into(),
             "--upstream".into(),
             format!("ml-model-service=127.0.0.1:{model_port}"),
+            // Declares the counters' zone, as kong/kong.conf does.
+            "--shm-zone".into(),
+            "rate_limits".into(),
         ],
         &gateway_log,
     )?;
