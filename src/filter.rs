@@ -172,7 +172,7 @@ struct RateLimitRequest {
     warnings: Rc<RefCell<Warnings>>,
     stage: Stage,
     /// Whether the host forwarded the request before the filter decided, so
-    /// the filter can no longer answer it.
+    /// the filter can no longer send its own response.
     forwarded: bool,
     client: Option<Client>,
     response_headers: Vec<(String, String)>,
@@ -600,7 +600,11 @@ impl HttpContext for RateLimitRequest {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        let Some(pointer) = config.tokens.as_ref().and_then(|t| t.usage_pointer.clone()) else {
+        let Some(pointer) = config
+            .tokens
+            .as_ref()
+            .and_then(|t| t.usage_pointer.as_deref())
+        else {
             return Action::Continue;
         };
         let Some(settlement) = &mut self.settlement else {
@@ -618,9 +622,9 @@ impl HttpContext for RateLimitRequest {
         let mut usage = None;
         match &mut settlement.reader {
             Some(UsageReader::Stream(reader)) => {
-                reader.feed(&chunk, &pointer);
+                reader.feed(&chunk, pointer);
                 if end_of_stream {
-                    reader.finish(&pointer);
+                    reader.finish(pointer);
                     usage = reader.usage;
                 }
             }
@@ -630,7 +634,7 @@ impl HttpContext for RateLimitRequest {
                 } else {
                     buffer.extend_from_slice(&chunk);
                     if end_of_stream {
-                        usage = body::number_at(buffer, &pointer);
+                        usage = body::number_at(buffer, pointer);
                     }
                 }
             }
