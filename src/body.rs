@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 /// Returns the non-negative integer at `pointer`, or `None` when the body is
-/// not JSON or holds no such number there. A number with a fraction is
+/// not JSON or contains no such number there. A number with a fraction is
 /// rounded up, since a partial token still costs one.
 pub fn number_at(body: &[u8], pointer: &str) -> Option<u64> {
     let value: Value = serde_json::from_slice(body).ok()?;
@@ -37,8 +37,8 @@ pub fn number_in_header(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
-/// Longest event-stream line kept while waiting for its end; a longer line
-/// is skipped.
+/// Maximum length of an event-stream line kept while waiting for its end;
+/// a longer line is skipped.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Finds the last usage figure in a server-sent-events stream, chunk by chunk,

@@ -1,7 +1,7 @@
 //! The filter's configuration: parsed once from JSON into validated types.
 //!
 //! Field names follow Kong's Lua `rate-limiting` plugin where they overlap.
-//! Every error names the field, shows the rejected value and says what is
+//! Every error names the field, shows the rejected value and states what is
 //! expected. `kong/sliding_window_rate_limit.meta.json` describes the same
 //! rules as a JSON Schema; a test checks that both accept the same configs.
 
@@ -20,7 +20,7 @@ pub const DEFAULT_SHM_ZONE: &str = "rate_limits";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Upper bound of `max_body_bytes`.
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024;
-/// Longest custom window: 365 days.
+/// Maximum length of a custom window: 365 days.
 pub const MAX_WINDOW_SECONDS: u64 = 365 * 24 * 3600;
 /// Longest `error_message`, `namespace` and identifier-like strings.
 pub const MAX_MESSAGE_LEN: usize = 1024;
@@ -74,7 +74,7 @@ const KONG_ONLY_FIELDS: [(&str, &str); 8] = [
 pub struct ConfigError {
     /// Dotted path of the field, such as `tokens.minute`.
     pub field: String,
-    /// What is wrong and what is expected.
+    /// The problem and the expected value.
     pub message: String,
 }
 
@@ -110,7 +110,7 @@ fn shown(value: &Value) -> String {
     }
 }
 
-/// What identifies the client a counter belongs to.
+/// The source of the identifier of the client a counter belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitBy {
     /// The client address from the `source.address` property.
@@ -133,7 +133,7 @@ pub enum LimitBy {
 }
 
 impl LimitBy {
-    /// The name used in config and keys.
+    /// Returns the name used in config and keys.
     pub fn name(&self) -> &'static str {
         match self {
             LimitBy::Ip => "ip",
@@ -176,7 +176,7 @@ impl NamedWindow {
     }
 }
 
-/// Where a request's token cost comes from.
+/// The source of a request's token cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CostSource {
     /// The same cost for every request.
@@ -192,7 +192,7 @@ pub enum CostSource {
 pub struct TokenConfig {
     /// Token windows, shortest first.
     pub windows: Vec<NamedWindow>,
-    /// Where the estimate comes from.
+    /// The source of the estimate.
     pub source: CostSource,
     /// Cost of a request whose estimate is absent or invalid, or of every
     /// request with the fixed source.
@@ -241,7 +241,7 @@ impl Limits {
 /// Named plans and who is on them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plans {
-    /// Header that holds the plan member value; `None` uses the identifier.
+    /// Header that contains the plan member value; `None` uses the identifier.
     pub header_name: Option<String>,
     /// Member value to plan name.
     pub members: HashMap<String, String>,
@@ -256,7 +256,7 @@ pub struct FilterConfig {
     pub limits: Limits,
     /// Cost of one request in every request window.
     pub cost: u64,
-    /// What identifies a client.
+    /// The source of the client identifier.
     pub limit_by: LimitBy,
     /// Prefix length that groups IPv6 clients (128 keeps each address apart).
     pub ipv6_prefix_length: u8,

@@ -53,14 +53,14 @@ impl WindowCounts {
 /// The counter of one key: a fingerprint of the key and one entry per window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
-    /// Hash of the full key, which tells two keys apart when the store
+    /// Hash of the full key, which distinguishes two keys when the store
     /// compares keys by a shorter checksum.
     pub fingerprint: u64,
     /// Counts in the order of the configured windows.
     pub windows: Vec<WindowCounts>,
 }
 
-/// Why stored bytes are not a counter this filter can use.
+/// The reason stored bytes are not a counter this filter can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
     /// The length or the version byte does not match this format.

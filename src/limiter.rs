@@ -221,11 +221,10 @@ pub fn check(
 /// Applies the difference between a reservation and the real cost.
 ///
 /// `deltas` has one change per window: a positive one charges more, a
-/// negative one refunds. The change goes
-/// to the aligned window the reservation was counted in while that window is
-/// still the current or the previous one; an older reservation has already
-/// slid out, so there is nothing left to adjust. Counts saturate at zero and
-/// at `u64::MAX`.
+/// negative one refunds. A change goes to the aligned window the reservation
+/// was counted in, while that window is still the current or the previous
+/// one. An older reservation has already slid out, so nothing is adjusted.
+/// Counts saturate at zero and at `u64::MAX`.
 pub fn settle(
     windows: &[Window],
     counter: &mut Counter,

@@ -22,7 +22,7 @@ pub enum WriteError {
     Failed(u32),
 }
 
-/// Why a request could not be checked.
+/// The store failure that kept a request from being checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreFault {
     /// A read failed with this proxy-wasm status.
@@ -65,9 +65,9 @@ pub trait CounterStore {
 pub struct Checked {
     /// Admitted or limited, with every window's usage.
     pub decision: Decision,
-    /// Where the cost was counted; its cost is 0 when limited.
+    /// The aligned windows the cost was counted in; not counted when limited.
     pub reservation: Reservation,
-    /// The key that holds the counter, after probing.
+    /// The key of the counter, after probing.
     pub slot: Vec<u8>,
     /// CAS mismatches before the write went through.
     pub retries: u32,
@@ -82,7 +82,7 @@ fn probe_key(key: &[u8], probe: usize) -> Vec<u8> {
     slot
 }
 
-/// Reads the counter at `slot`, or `None` when the slot holds a live counter
+/// Reads the counter at `slot`, or `None` when the slot contains a live counter
 /// of another key. An absent, expired or malformed value yields a new counter.
 fn read_slot(
     store: &mut dyn CounterStore,

@@ -202,7 +202,7 @@ fn filters_have_built_wasm_and_schema() {
     }
 }
 
-/// Every filter config of a declarative file, with where it sits.
+/// Collects every filter config of a declarative file, with its location.
 fn filter_configs(path: &Path) -> Vec<(String, Value)> {
     let config = load_yaml(path);
     let mut configs = Vec::new();

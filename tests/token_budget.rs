@@ -376,7 +376,7 @@ fn header_source_with_trusted_estimate() {
     );
 }
 
-/// Four workers share one token budget. Each answer uses up to 50 tokens
+/// Four workers share one token budget. Each response uses up to 50 tokens
 /// more than reserved, so the budget can be overrun by the extra usage of
 /// the requests in flight at once, at most one per worker.
 #[test]
@@ -415,7 +415,7 @@ fn four_workers_share_one_token_budget() {
     );
 }
 
-/// With answers that use no more than they reserved, four workers never
+/// With responses that use no more than they reserved, four workers never
 /// exceed the token budget at all.
 #[test]
 fn four_workers_never_exceed_with_honest_estimates() {

@@ -59,7 +59,7 @@ pub use logs::{level_name, LogCapture, LogLine};
 
 use stream::HttpStream;
 
-/// Longest one guest callback may run before it is stopped.
+/// Maximum time one guest callback may run before it is stopped.
 ///
 /// The host measures it in wall-clock time, so on a loaded machine (parallel
 /// tests on two cores) it includes time the guest spent waiting for a

@@ -69,14 +69,14 @@ impl Node {
     }
 }
 
-/// An upstream that answers 200 with a small JSON body.
+/// An upstream that returns 200 with a small JSON body.
 pub fn model_answer(_: &UpstreamRequest) -> UpstreamResponse {
     UpstreamResponse::ok()
         .header("content-type", "application/json")
         .body(r#"{"label":"setosa"}"#)
 }
 
-/// Sends `request` through `worker` to an upstream that answers 200.
+/// Sends `request` through `worker` to an upstream that returns 200.
 pub fn send(worker: &mut Worker, request: Request) -> Exchange {
     worker
         .run(request, &mut model_answer)

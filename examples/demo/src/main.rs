@@ -290,7 +290,7 @@ fn token_demo(gateway: &str) -> Result<(), String> {
     println!();
     println!("Token budget on /llm: 2000 tokens a minute per API key and model. The filter");
     println!("reserves max_tokens when it admits a completion and settles against the");
-    println!("model's usage.total_tokens when the answer arrives.");
+    println!("model's usage.total_tokens when the response arrives.");
     println!();
     println!(
         "{:>3}  {:>12}  {:>17}  {:>6}  {:>10}  {:>4}  {:>9}  {:>11}",
